@@ -46,11 +46,13 @@ def ensure_sqlite_dir(database_url: str) -> None:
 
 async def init(database_url: str) -> None:
     ensure_sqlite_dir(database_url)
-    await Tortoise.init(config=tortoise_config(database_url))
+    # The global fallback lets request tasks (started outside the lifespan's
+    # task) see the connections.
+    await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
 
 
 async def close() -> None:
-    await connections.close_all()
+    await Tortoise.close_connections()
 
 
 async def migrate(database_url: str) -> None:
@@ -58,7 +60,12 @@ async def migrate(database_url: str) -> None:
     from tortoise.migrations.api import migrate as run_migrations
 
     ensure_sqlite_dir(database_url)
-    await run_migrations(config=tortoise_config(database_url))
+    try:
+        await run_migrations(config=tortoise_config(database_url))
+    finally:
+        # The migration API initialises apps without their query builders:
+        # close, so that the next init() binds the models properly.
+        await Tortoise.close_connections()
 
 
 def dialect() -> str:
@@ -148,3 +155,7 @@ async def make_migrations(name: str | None = None) -> list[str]:
             writer.name = format_migration_name(number, name)
         written.append(str(writer.write()))
     return written
+
+
+async def ping() -> None:
+    await connections.get("default").execute_query("SELECT 1")

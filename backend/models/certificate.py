@@ -14,6 +14,9 @@ class Certificate(Model):
     serial_number = fields.CharField(max_length=512)
     spki_sha256 = fields.CharField(max_length=64, db_index=True)
     common_name = fields.CharField(max_length=1024, null=True)
+    # Lower-cased CN (or subject when there is none): COMMON_NAME_ASC sorts on
+    # it, never NULL so every backend orders it the same way.
+    sort_name = fields.CharField(max_length=255)
     subject = fields.TextField()
     issuer = fields.TextField()
     issuer_common_name = fields.CharField(max_length=1024, null=True)
@@ -60,7 +63,7 @@ class Certificate(Model):
         indexes = (
             Index(fields=("is_current", "not_after", "id"), name="certificate_current_not_after"),
             Index(fields=("not_after", "id"), name="certificate_not_after"),
-            Index(fields=("common_name", "id"), name="certificate_common_name"),
+            Index(fields=("sort_name", "id"), name="certificate_sort_name"),
             Index(fields=("last_seen_at", "id"), name="certificate_last_seen"),
         )
 

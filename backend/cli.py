@@ -1,0 +1,198 @@
+"""The ``ctops`` command: thin adapters over services."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from backend import clock, db
+from backend import settings as settings_module
+from backend.errors import CtopsError
+from backend.settings import Settings
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _with_db(settings: Settings, work: Callable[[], Awaitable[Any]], *, migrate: bool = False) -> Any:
+    if migrate:
+        await db.migrate(settings.database_url)
+    await db.init(settings.database_url)
+    try:
+        return await work()
+    finally:
+        await db.close()
+
+
+def _run(settings: Settings, work: Callable[[], Awaitable[Any]], **kw: Any) -> Any:
+    try:
+        return asyncio.run(_with_db(settings, work, **kw))
+    except CtopsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
+    from backend.services import tokens
+
+    if settings.embedded and settings.database_is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate = settings.embedded and settings.database_is_sqlite
+    created = _run(settings, tokens.bootstrap_admin, migrate=migrate)
+    mode = "embedded (SQLite, jobs in-process)" if settings.embedded else "production (jobs in `ctops worker`)"
+    print(f"CT-Ops Certificates {mode}")
+    if clock.is_shifted():
+        print(f"Clock shifted by {clock.offset()}: now reads {clock.now().isoformat()}")
+    print(f"GraphQL API: http://{args.host}:{args.port}/graphql")
+    if created is not None:
+        print("An admin token was created for this new database. It is shown once; keep it:")
+        print(f"admin token: {created.secret}", flush=True)
+    sys.stdout.flush()
+    uvicorn.run(
+        "backend.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+    )
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
+    async def nothing() -> None:
+        return None
+
+    _run(settings, nothing, migrate=True)
+    print("database is up to date")
+
+
+def cmd_makemigrations(args: argparse.Namespace, settings: Settings) -> None:
+    written = asyncio.run(db.make_migrations(args.name))
+    print("\n".join(written) if written else "No changes detected")
+
+
+def cmd_export_schema(args: argparse.Namespace, settings: Settings) -> None:
+    from backend.schema.api import export_schema
+
+    sys.stdout.write(export_schema())
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> None:
+    from backend.models import Role
+    from backend.services import tokens
+
+    if args.token_command == "create":
+        role = Role(args.role.upper())
+
+        async def create() -> Any:
+            if role is Role.AGENT:
+                if not args.host:
+                    raise CtopsError("An AGENT token needs --host HOSTNAME (the host it reports for).")
+                return await tokens.create_agent_token_for_host(args.host, args.name)
+            if args.host:
+                raise CtopsError("--host is only for AGENT tokens.")
+            return await tokens.create_token(args.name, role)
+
+        created = _run(settings, create)
+        print(f"created {created.token.role} token {created.token.name!r}; the secret is shown once:")
+        print(created.secret)
+    elif args.token_command == "list":
+
+        async def listing() -> list:
+            from backend.models import ApiToken
+
+            return await ApiToken.all().order_by("id")
+
+        rows = _run(settings, listing)
+        print(f"{'NAME':<32} {'ROLE':<10} {'CREATED':<26} {'LAST USED':<26} REVOKED")
+        for t in rows:
+            print(
+                f"{t.name:<32} {t.role:<10} {t.created_at.isoformat(timespec='seconds'):<26} "
+                f"{(t.last_used_at.isoformat(timespec='seconds') if t.last_used_at else '-'):<26} "
+                f"{t.revoked_at.isoformat(timespec='seconds') if t.revoked_at else '-'}"
+            )
+    elif args.token_command == "revoke":
+        token = _run(settings, lambda: tokens.revoke_token(name=args.name))
+        print(f"revoked token {token.name!r}")
+
+
+def cmd_seed_demo(args: argparse.Namespace, settings: Settings) -> None:
+    from backend.services import demo
+
+    def progress(done: int) -> None:
+        print(f"\r{done}/{args.certificates} certificates", end="", file=sys.stderr, flush=True)
+
+    result = _run(
+        settings,
+        lambda: demo.seed_demo(args.certificates, hosts=args.hosts, progress=progress if sys.stderr.isatty() else None),
+        migrate=settings.embedded and settings.database_is_sqlite,
+    )
+    print(file=sys.stderr)
+    print(
+        f"seeded {result.certificates} certificates on {result.hosts} hosts "
+        f"({result.locations} locations, {result.events} events) in {result.seconds:.1f} s"
+    )
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
+    from backend.jobs import worker
+
+    worker.run(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ctops", description="CT-Ops Certificates server.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="Run the API (embedded mode when DATABASE_URL/REDIS_URL are unset).")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("migrate", help="Apply database migrations.").set_defaults(func=cmd_migrate)
+    mk = sub.add_parser("makemigrations", help="(developers) Write migrations for model changes.")
+    mk.add_argument("--name")
+    mk.set_defaults(func=cmd_makemigrations)
+    sub.add_parser("export-schema", help="Print the GraphQL schema (SDL).").set_defaults(func=cmd_export_schema)
+
+    token = sub.add_parser("token", help="API tokens.")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="Create a token; prints the secret on its last line.")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=["VIEWER", "EDITOR", "ADMIN", "AGENT", "viewer", "editor", "admin", "agent"])
+    create.add_argument("--host", help="For AGENT tokens: the hostname it reports for.")
+    token_sub.add_parser("list", help="List tokens (never their secrets).")
+    revoke = token_sub.add_parser("revoke", help="Revoke a token by name.")
+    revoke.add_argument("name")
+    token.set_defaults(func=cmd_token)
+
+    seed = sub.add_parser("seed-demo", help="Add demo certificates (real ones, signed by a generated CA).")
+    seed.add_argument("--certificates", type=int, default=1000)
+    seed.add_argument("--hosts", type=int, default=None)
+    seed.set_defaults(func=cmd_seed_demo)
+
+    sub.add_parser("worker", help="Run the arq worker (needs REDIS_URL).").set_defaults(func=cmd_worker)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    settings = settings_module.load()
+    _setup_logging(settings)
+    args.func(args, settings)
+
+
+if __name__ == "__main__":
+    main()

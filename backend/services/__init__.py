@@ -1,0 +1,1 @@
+"""What happens: plain async functions with no GraphQL, HTTP or arq in them."""
