@@ -16,6 +16,7 @@ UTC = dt.timezone.utc
 DAY = dt.timedelta(days=1)
 
 _offset: dt.timedelta = dt.timedelta(0)
+_frozen: dt.datetime | None = None
 
 
 def parse_instant(text: str) -> dt.datetime:
@@ -49,12 +50,24 @@ def offset() -> dt.timedelta:
 
 
 def is_shifted() -> bool:
-    return _offset != dt.timedelta(0)
+    return _offset != dt.timedelta(0) or _frozen is not None
 
 
 def now() -> dt.datetime:
     """Aware UTC now, shifted by the configured offset."""
+    if _frozen is not None:
+        return _frozen
     return dt.datetime.now(UTC) + _offset
+
+
+def freeze(instant: dt.datetime | None) -> None:
+    """Stop the clock at ``instant`` (None starts it again).
+
+    For tests of exact boundaries in one process; processes are moved with
+    the offset settings instead.
+    """
+    global _frozen
+    _frozen = None if instant is None else instant.astimezone(UTC)
 
 
 def as_utc(value: dt.datetime) -> dt.datetime:

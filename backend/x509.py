@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7, pkcs12
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtensionOID, NameOID
@@ -133,6 +133,37 @@ class CertificateDescription:
     authority_key_identifier: str | None
     self_signed: bool
     """Subject equals issuer and the signature verifies with the certificate's own key."""
+
+
+# --------------------------------------------------------------------------
+# cryptography's warnings about legal-but-odd input
+# --------------------------------------------------------------------------
+
+#: Warnings cryptography emits while still reading the input. They describe
+#: certificates in the wild (negative or zero serials, ``C=USA``, BER-encoded
+#: PKCS#7/PKCS#12 from Java and Windows tools), are not actionable for an
+#: operator, and would turn into errors under ``-W error``.
+_CRYPTOGRAPHY_NOTES: tuple[tuple[type[Warning], str], ...] = (
+    (CryptographyDeprecationWarning, r"Parsed a serial number which wasn't positive"),
+    (UserWarning, r"Attribute's length must be"),
+    (UserWarning, r"PKCS#7 certificates could not be parsed as DER"),
+    (UserWarning, r"PKCS#12 bundle could not be parsed as DER"),
+)
+
+
+@contextlib.contextmanager
+def _cryptography_notes_silenced() -> Iterator[None]:
+    """Ignore exactly the :data:`_CRYPTOGRAPHY_NOTES` for the duration.
+
+    ``warnings.catch_warnings`` is process-global state (about 3 µs per use);
+    the filters are narrow (category + message), so even if two threads
+    interleave and one restores the other's filter list, nothing else is
+    silenced.
+    """
+    with warnings.catch_warnings():
+        for category, message in _CRYPTOGRAPHY_NOTES:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        yield
 
 
 # --------------------------------------------------------------------------
@@ -405,7 +436,12 @@ def _extended_key_usage(usage: x509.ExtendedKeyUsage) -> tuple[str, ...]:
 
 
 def _key_details(cert: x509.Certificate, spki: bytes) -> tuple[str, int | None, str | None]:
-    """``(key_algorithm, key_size, curve)`` from the SPKI, with cryptography's help for sizes."""
+    """``(key_algorithm, key_size, curve)``.
+
+    The algorithm and curve come from the SPKI's OIDs, so they are known even
+    for keys cryptography cannot load. Sizes come from cryptography's curve
+    table (EC, without loading the point) or the loaded key (RSA, DSA).
+    """
     algorithm = _KEY_ALGORITHMS.get(cert.public_key_algorithm_oid.dotted_string, "OTHER")
     if algorithm == "ED25519":
         return algorithm, 256, None
@@ -428,12 +464,8 @@ def _key_details(cert: x509.Certificate, spki: bytes) -> tuple[str, int | None, 
         return algorithm, None, curve
     if isinstance(key, (rsa.RSAPublicKey, dsa.DSAPublicKey)):
         return algorithm, key.key_size, None
-    if isinstance(key, ec.EllipticCurvePublicKey):
+    if isinstance(key, ec.EllipticCurvePublicKey):  # curve OID absent or unknown to cryptography
         return "EC", key.curve.key_size, curve or _NIST_CURVE_NAMES.get(key.curve.name, key.curve.name)
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return "ED25519", 256, None
-    if isinstance(key, ed448.Ed448PublicKey):
-        return "ED448", 456, None
     return algorithm, None, curve
 
 
@@ -460,17 +492,6 @@ def _is_self_signed(cert: x509.Certificate, ski: str | None, aki: str | None) ->
     except (UnsupportedAlgorithm, TypeError, ValueError):
         return aki is None or aki == ski
     return True
-
-
-def _load(der: bytes, non_positive_serial: bool) -> x509.Certificate:
-    if not non_positive_serial:
-        return x509.load_der_x509_certificate(der)
-    # cryptography warns about (but still reads) negative and zero serials; they
-    # exist in the wild and we report them exactly from the DER, so stay quiet.
-    # (Only on this rare path: catch_warnings mutates process-global state.)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        return x509.load_der_x509_certificate(der)
 
 
 def _check_size(der: bytes) -> None:
@@ -508,18 +529,19 @@ def describe(der: bytes) -> CertificateDescription:
     if not serial:
         raise CertificateParseError("malformed serial number")
     serial_value = int.from_bytes(serial, "big", signed=True)
-    try:
-        cert = _load(der, non_positive_serial=serial_value <= 0)
-    except x509.InvalidVersion as exc:
-        raise CertificateParseError("unsupported X.509 version") from exc
-    except Exception as exc:  # noqa: BLE001 - ValueError and friends from the DER parser
-        raise CertificateParseError("malformed X.509 certificate") from exc
-    try:
-        return _describe(cert, der, serial_value, spki)
-    except CertificateParseError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the contract: only CertificateParseError escapes
-        raise CertificateParseError(f"unreadable certificate field ({type(exc).__name__})") from exc
+    with _cryptography_notes_silenced():
+        try:
+            cert = x509.load_der_x509_certificate(der)
+        except x509.InvalidVersion as exc:
+            raise CertificateParseError("unsupported X.509 version") from exc
+        except Exception as exc:  # noqa: BLE001 - ValueError and friends from the DER parser
+            raise CertificateParseError("malformed X.509 certificate") from exc
+        try:
+            return _describe(cert, der, serial_value, spki)
+        except CertificateParseError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the contract: only CertificateParseError escapes
+            raise CertificateParseError(f"unreadable certificate field ({type(exc).__name__})") from exc
 
 
 def _describe(cert: x509.Certificate, der: bytes, serial_value: int, spki: bytes) -> CertificateDescription:
@@ -661,30 +683,16 @@ def _certificate_der(data: bytes) -> bytes | None:
     return data[:total]
 
 
-@contextlib.contextmanager
-def _quiet_container_warnings() -> Iterator[None]:
-    """Silence cryptography's notes about BER containers and odd serials.
-
-    PKCS#7 and PKCS#12 files from Java or Windows tools are often BER;
-    cryptography reads them but warns. These are upload-time paths, so the
-    (process-global) warnings state is touched only briefly here.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        yield
-
-
 def _pkcs7_certificates(der: bytes) -> list[bytes] | None:
     """The certificates of a DER/BER PKCS#7 SignedData, None when it is not one.
 
     ``public_bytes(DER)`` of a loaded certificate gives back its own encoding.
     """
     try:
-        with _quiet_container_warnings():
+        with _cryptography_notes_silenced():
             certificates = pkcs7.load_der_pkcs7_certificates(der)
             return [certificate.public_bytes(Encoding.DER) for certificate in certificates]
-    except (ValueError, TypeError, UnsupportedAlgorithm):
+    except Exception:  # noqa: BLE001 - ValueError, InvalidVersion, UnsupportedAlgorithm, ...
         return None
 
 
@@ -707,11 +715,11 @@ def _pkcs12_certificates(data: bytes, password: bytes | None) -> list[bytes]:
             candidates.append(candidate)
     for candidate in candidates:
         try:
-            with _quiet_container_warnings():
+            with _cryptography_notes_silenced():
                 bundle = pkcs12.load_pkcs12(data, candidate)
                 certificates = ([bundle.cert] if bundle.cert is not None else []) + list(bundle.additional_certs)
                 found = [item.certificate.public_bytes(Encoding.DER) for item in certificates]
-        except (ValueError, TypeError, UnsupportedAlgorithm):
+        except Exception:  # noqa: BLE001 - "Invalid password or PKCS12 data" and friends
             continue
         if not found:
             raise CertificateParseError("PKCS#12 file contains no certificate")

@@ -1,8 +1,8 @@
 """Field permissions, checked per field definition before execution.
 
 Every field of every object type and interface carries an explicit rule: a set
-of roles. A type declares its default with :func:`access` and a field overrides
-it with ``strawberry.field(metadata=allow(...))``. Before an operation executes,
+of roles. A type declares the rule of its fields with :func:`access` and a field
+overrides it with ``strawberry.field(metadata=allow(...))``. Before an operation executes,
 :class:`FieldAccess` walks its document once (fragments included) and refuses
 the whole operation with FORBIDDEN when any selected field is not open to the
 caller's role. This costs one pass over the query, not one check per resolved
@@ -39,7 +39,6 @@ ENROLLMENT = frozenset({Role.ENROLLMENT})
 ANYONE = frozenset(Role)
 
 METADATA_KEY = "ctops_access"
-TYPE_ATTRIBUTE = "__ctops_access__"
 
 
 def allow(*groups: frozenset[Role]) -> dict[str, frozenset[Role]]:
@@ -49,21 +48,27 @@ def allow(*groups: frozenset[Role]) -> dict[str, frozenset[Role]]:
 
 
 def access(*groups: frozenset[Role]):
-    """Class decorator: the default rule for every field of a type."""
+    """Class decorator (above ``@strawberry.type``): the rule of every field of
+    the type that does not carry its own.
+
+    The rule is written into each field's metadata, so it travels with the field
+    when types are merged (the root Query) or specialised (generic connections).
+    """
     roles: frozenset[Role] = frozenset().union(*groups)
 
     def decorate(cls):
-        setattr(cls, TYPE_ATTRIBUTE, roles)
+        definition = getattr(cls, "__strawberry_definition__", None)
+        if definition is None:
+            raise TypeError(f"@access goes above @strawberry.type on {cls.__name__}")
+        for field in definition.fields:
+            if METADATA_KEY not in (field.metadata or {}):
+                field.metadata = {**(field.metadata or {}), METADATA_KEY: roles}
         return cls
 
     return decorate
 
 
 AccessMap = dict[tuple[str, str], frozenset[Role]]
-
-
-def _definition(gql_type: Any) -> Any:
-    return (gql_type.extensions or {}).get("strawberry-definition")
 
 
 def build_access_map(schema: GraphQLSchema) -> AccessMap:
@@ -73,13 +78,10 @@ def build_access_map(schema: GraphQLSchema) -> AccessMap:
     for name, gql_type in schema.type_map.items():
         if name.startswith("__") or not isinstance(gql_type, (GraphQLObjectType, GraphQLInterfaceType)):
             continue
-        definition = _definition(gql_type)
-        origin = getattr(definition, "origin", None)
-        type_default = getattr(origin, TYPE_ATTRIBUTE, None)
         for field_name, field in gql_type.fields.items():
             strawberry_field = (field.extensions or {}).get("strawberry-definition")
             metadata = getattr(strawberry_field, "metadata", None) or {}
-            rule = metadata.get(METADATA_KEY, type_default)
+            rule = metadata.get(METADATA_KEY)
             if rule is None:
                 missing.append(f"{name}.{field_name}")
             else:

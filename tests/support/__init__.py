@@ -1,0 +1,1 @@
+"""Builders of real components for tests (databases, app clients, servers)."""
