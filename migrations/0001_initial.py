@@ -23,6 +23,7 @@ class Migration(migrations.Migration):
                 ('serial_number', fields.CharField(max_length=512)),
                 ('spki_sha256', fields.CharField(db_index=True, max_length=64)),
                 ('common_name', fields.CharField(null=True, max_length=1024)),
+                ('sort_name', fields.CharField(max_length=255)),
                 ('subject', fields.TextField(unique=False)),
                 ('issuer', fields.TextField(unique=False)),
                 ('issuer_common_name', fields.CharField(null=True, max_length=1024)),
@@ -53,7 +54,7 @@ class Migration(migrations.Migration):
                 ('last_seen_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'certificate', 'app': 'models', 'indexes': [Index(fields=['is_current', 'not_after', 'id'], name='certificate_current_not_after'), Index(fields=['not_after', 'id'], name='certificate_not_after'), Index(fields=['common_name', 'id'], name='certificate_common_name'), Index(fields=['last_seen_at', 'id'], name='certificate_last_seen')], 'pk_attr': 'id'},
+            options={'table': 'certificate', 'app': 'models', 'indexes': [Index(fields=['is_current', 'not_after', 'id'], name='certificate_current_not_after'), Index(fields=['not_after', 'id'], name='certificate_not_after'), Index(fields=['sort_name', 'id'], name='certificate_sort_name'), Index(fields=['last_seen_at', 'id'], name='certificate_last_seen')], 'pk_attr': 'id'},
             bases=['Model'],
         ),
         ops.CreateModel(

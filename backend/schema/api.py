@@ -14,6 +14,7 @@ from backend.schema.core.relay import Node, from_global_id
 from backend.schema.events import CertificateEvent, EventQueries
 from backend.schema.hosts import Host, HostQueries
 from backend.schema.tokens import TokenMutations, TokenQueries, ViewerQueries
+from backend.schema.tracked_sources import TrackedSource
 from backend.settings import Settings
 
 
@@ -31,8 +32,12 @@ class NodeQueries:
         if type_name == "Host":
             return Host.from_model(await loaders.host.load(pk))
         if type_name == "CertificateEvent":
-            page = await inventory.events_queryset(inventory.EventQuery()).filter(id=pk).first()
-            return CertificateEvent.from_model(page)
+            return CertificateEvent.from_model(await inventory.get_event(pk))
+        if type_name == "TrackedSource":
+            return TrackedSource.from_model(await loaders.tracked_source.load(pk))
+        if type_name == "CertificateLocation":
+            row = await loaders.location.load(pk)
+            return None if row is None else CertificateLocation.from_model(row)
         return None
 
 

@@ -9,11 +9,12 @@ from strawberry.scalars import JSON
 
 from backend.models import CertificateEvent as EventModel
 from backend.models import EventType
-from backend.schema.certificates import Certificate
+from backend.schema.certificates import Certificate, CertificateLocation
 from backend.schema.core.access import READ, access
 from backend.schema.core.context import Info
 from backend.schema.core.relay import Connection, Node, decode_id, to_global_id
 from backend.schema.hosts import Host
+from backend.schema.tracked_sources import TrackedSource
 from backend.services import inventory
 
 CertificateEventType = strawberry.enum(EventType, name="CertificateEventType")
@@ -57,13 +58,18 @@ class CertificateEvent(Node):
             return None
         return Host.from_model(await info.context.loaders.host.load(self._host_id))
 
-    @strawberry.field
-    def location_id(self) -> strawberry.ID | None:
-        return None if self._location_id is None else to_global_id("CertificateLocation", self._location_id)
+    @strawberry.field(description="The place it happened at, for host events.")
+    async def location(self, info: Info) -> CertificateLocation | None:
+        if self._location_id is None:
+            return None
+        row = await info.context.loaders.location.load(self._location_id)
+        return None if row is None else CertificateLocation.from_model(row)
 
     @strawberry.field
-    def tracked_source_id(self) -> strawberry.ID | None:
-        return None if self._tracked_source_id is None else to_global_id("TrackedSource", self._tracked_source_id)
+    async def tracked_source(self, info: Info) -> TrackedSource | None:
+        if self._tracked_source_id is None:
+            return None
+        return TrackedSource.from_model(await info.context.loaders.tracked_source.load(self._tracked_source_id))
 
 
 async def event_connection(query: inventory.EventQuery, first: int | None, after: str | None) -> Connection[CertificateEvent]:

@@ -13,7 +13,7 @@ from typing import Any
 from strawberry.dataloader import DataLoader
 
 from backend import clock, sql
-from backend.models import Certificate, CertificateEvent, CertificateLocation, Host
+from backend.models import Certificate, CertificateEvent, CertificateLocation, Host, TrackedSource
 
 
 def _by_key(rows: Iterable[Any], key: str) -> dict[Any, list[Any]]:
@@ -25,6 +25,16 @@ def _by_key(rows: Iterable[Any], key: str) -> dict[Any, list[Any]]:
 
 async def _certificates(ids: list[int]) -> list[Certificate | None]:
     rows = {c.id: c for c in await Certificate.filter(id__in=ids)}
+    return [rows.get(i) for i in ids]
+
+
+async def _locations_by_id(ids: list[int]) -> list[CertificateLocation | None]:
+    rows = {r.id: r for r in await CertificateLocation.filter(id__in=ids)}
+    return [rows.get(i) for i in ids]
+
+
+async def _tracked_sources(ids: list[int]) -> list[TrackedSource | None]:
+    rows = {r.id: r for r in await TrackedSource.filter(id__in=ids)}
     return [rows.get(i) for i in ids]
 
 
@@ -161,6 +171,8 @@ async def _host_soonest_expiry(ids: list[int]) -> list[Any]:
 class Loaders:
     certificate: DataLoader = dataclasses.field(default_factory=lambda: DataLoader(load_fn=_certificates))
     host: DataLoader = dataclasses.field(default_factory=lambda: DataLoader(load_fn=_hosts))
+    location: DataLoader = dataclasses.field(default_factory=lambda: DataLoader(load_fn=_locations_by_id))
+    tracked_source: DataLoader = dataclasses.field(default_factory=lambda: DataLoader(load_fn=_tracked_sources))
     locations: DataLoader = dataclasses.field(default_factory=_locations_loader)
     location_count: DataLoader = dataclasses.field(default_factory=lambda: DataLoader(load_fn=_location_counts))
     host_ids: DataLoader = dataclasses.field(default_factory=_host_ids_loader)

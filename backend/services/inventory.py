@@ -197,6 +197,10 @@ def events_queryset(query: EventQuery) -> QuerySet[CertificateEvent]:
     return qs
 
 
+async def get_event(id: int) -> CertificateEvent | None:
+    return await CertificateEvent.get_or_none(id=id)
+
+
 async def list_events(query: EventQuery, first: int | None = None, after: str | None = None) -> Page[CertificateEvent]:
     """Newest first."""
     return await keyset_page(events_queryset(query), EVENT_ORDER, first, after)
