@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -20,6 +20,7 @@ from backend.models import Role
 from backend.services import tokens
 from tests.support.databases import TestDatabase, create_pg_database, drop_pg_database, empty_all_tables, forget_cached_statements, migrated
 from tests.support.graphql import GraphQLClient
+from tests.support.redis_server import RedisServer, redis_server
 
 BACKENDS = [b for b in (os.environ.get("CTOPS_TEST_BACKENDS") or "sqlite,postgres").split(",") if b]
 
@@ -37,6 +38,20 @@ async def postgres_url() -> AsyncIterator[str]:
     await migrated(url)
     yield url
     await drop_pg_database(url)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A private redis-server for this test session (free port, nothing on disk)."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which the test may stop and restart."""
+    with redis_server(tmp_path) as server:
+        yield server
 
 
 @pytest.fixture(params=BACKENDS)

@@ -86,9 +86,9 @@ async def pg_url():
     await drop_pg_database(url)
 
 
-def test_production_mode_worker_heartbeat_shows_in_readyz(tmp_path, pg_url):
+def test_production_mode_worker_heartbeat_shows_in_readyz(tmp_path, pg_url, redis_url):
     env = ctops_env(
-        DATABASE_URL=pg_url, REDIS_URL="redis://127.0.0.1:6379/15", CTOPS_HEARTBEAT_TICK_SECONDS="1",
+        DATABASE_URL=pg_url, REDIS_URL=redis_url, CTOPS_HEARTBEAT_TICK_SECONDS="1",
         CTOPS_DATA_DIR=str(tmp_path / "data"),
     )
     ctops("migrate", env=env)
