@@ -17,6 +17,8 @@ from backend.settings import Settings
 
 def _setup_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # tortoise logs every connection open/close at INFO: noise for operators.
+    logging.getLogger("tortoise").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
 
 
 async def _with_db(settings: Settings, work: Callable[[], Awaitable[Any]], *, migrate: bool = False) -> Any:
