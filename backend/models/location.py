@@ -27,12 +27,15 @@ def place_key(
 ) -> str:
     """A fixed-width key for "the same place on a host" (the renewal rule's location).
 
-    A file place is (path, alias) for keystore entries, else (path, index); a port
+    A file place is (path, index) for bundles and (path, alias, index) for
+    keystore entries, where the index counts within the alias (0 = the entry's
+    own certificate, then its chain): Java writes entries in hash order, so a
+    position across the whole keystore shuffles when an entry is added. A port
     place is (address, port, serverName, index).
     """
     kind = LocationKind(kind)
     if kind is LocationKind.FILE:
-        parts = ["FILE", path or "", f"alias={alias}" if alias is not None else f"index={index}"]
+        parts = ["FILE", path or "", f"index={index}"] if alias is None else ["FILE", path or "", f"alias={alias}", f"index={index}"]
     else:
         parts = ["PORT", address or "", str(port or 0), server_name or "", str(index)]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()

@@ -16,11 +16,17 @@ from backend.schema.certificates import (
     certificate_connection,
     certificate_query,
 )
-from backend.schema.core.access import ANYONE, READ, access, allow
+from backend.schema.core.access import ADMIN, ANYONE, READ, access, allow
 from backend.schema.core.context import Info
 from backend.schema.core.relay import Connection, Node, decode_id, from_global_id, to_global_id
+from backend.services import hosts as host_service
 from backend.services import inventory
 from backend.services import status as st
+
+HostStatus = strawberry.enum(
+    host_service.HostStatus,
+    description="ACTIVE; STALE when no report arrived for 3 x its interval (1 h if unknown); RETIRED.",
+)
 
 
 @access(READ)
@@ -39,7 +45,9 @@ class Host(Node):
     last_report_at: dt.datetime | None
     interval_seconds: int | None
     created_at: dt.datetime
+    retired_at: dt.datetime | None
     scan_errors: list[ScanError]
+    status: HostStatus
     _pk: strawberry.Private[int]
 
     @classmethod
@@ -54,6 +62,8 @@ class Host(Node):
             last_report_at=m.last_report_at,
             interval_seconds=m.interval_seconds,
             created_at=m.created_at,
+            retired_at=m.retired_at,
+            status=host_service.host_status(m),
             scan_errors=[ScanError(path=e.get("path", ""), reason=e.get("reason", "")) for e in (m.scan_errors or [])],
             _pk=m.id,
         )
@@ -109,3 +119,14 @@ class HostQueries:
 
 
 HostRef = Annotated[Host, strawberry.lazy("backend.schema.hosts")]
+
+
+@access(ADMIN)
+@strawberry.type
+class HostMutations:
+    @strawberry.mutation(
+        description="Remove all its places (REMOVED_FROM_HOST) and revoke its tokens; enrolling it again brings it back."
+    )
+    async def retire_host(self, info: Info, id: strawberry.ID) -> Host:
+        viewer = info.context.require_viewer()
+        return Host.from_model(await host_service.retire_host(from_global_id(id, "Host")[1], viewer.actor))
