@@ -16,6 +16,7 @@ port is tried and the ones that do not answer TLS are skipped silently.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import ssl
@@ -116,15 +117,17 @@ def served_chain(sock: ssl.SSLSocket | ssl.SSLObject) -> list[bytes]:
     return [leaf] if leaf else []
 
 
+@functools.lru_cache(maxsize=1)
 def client_context() -> ssl.SSLContext:
-    """A context that completes a handshake with anything that speaks TLS."""
+    """A context that completes a handshake with anything that speaks TLS (no
+    verification: the agent and the server's checker judge the chain afterwards)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
     try:
-        context.set_ciphers("ALL:@SECLEVEL=0")
-    except ssl.SSLError:
+        context.set_ciphers("ALL:!aNULL:!eNULL:!PSK:!SRP:@SECLEVEL=0")
+    except ssl.SSLError:  # an OpenSSL without legacy ciphers
         pass
     return context
 

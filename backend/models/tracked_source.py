@@ -35,8 +35,9 @@ class TrackedSource(Model):
     kind = fields.CharEnumField(SourceKind, max_length=8)
     url = fields.TextField(null=True)
     server_name = fields.CharField(max_length=255, null=True)
-    # (scheme, IDNA host, port, serverName) while tracked; NULL once untracked
-    # or for uploads. Unique, so two concurrent trackUrl calls make one source.
+    # URL sources: (scheme, IDNA host, port, serverName), kept when untracked
+    # (tracking it again reactivates the row); NULL for uploads. Unique, so two
+    # concurrent trackUrl calls make one source.
     identity = fields.CharField(max_length=512, null=True, unique=True)
     name = fields.CharField(max_length=255, null=True)
     note = fields.TextField(null=True)
