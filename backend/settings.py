@@ -52,6 +52,30 @@ class Settings:
     heartbeat_tick_seconds: float
     heartbeat_stale_seconds: float
     log_level: str
+    # The checker (issue 4): outbound connections, TLS fetches, URL refresh.
+    outbound_allow: tuple[str, ...] = ()
+    outbound_deny: tuple[str, ...] = ()
+    tls_timeout_seconds: float = 10.0
+    ca_bundle: str | None = None
+    inspect_rate: str = "60/min"
+    refresh_tick_seconds: float = 60.0
+    worker_max_jobs: int = 50
+    worker_poll_delay_seconds: float = 0.05
+    # Live (issue 5): the expiry sweep, subscriptions, metrics.
+    sweep_tick_seconds: float = 60.0
+    subscription_queue_size: int = 1000
+    subscription_replay_limit: int = 10_000
+    ws_auth_recheck_seconds: float = 30.0
+    live_catch_up_tick_seconds: float = 5.0
+    metrics_public: bool = False
+    metrics_cert_limit: int = 500
+    # Alerts and notifications (issue 6).
+    # Secrets stay out of repr() (and so out of any log of the settings).
+    secret_key: str | None = dataclasses.field(default=None, repr=False)
+    notify_tick_seconds: float = 10.0
+    notify_timeout_seconds: float = 10.0
+    smtp_url: str | None = dataclasses.field(default=None, repr=False)
+    smtp_from: str = "ctops@localhost"
 
     @property
     def embedded(self) -> bool:
@@ -82,4 +106,24 @@ def load() -> Settings:
         heartbeat_tick_seconds=heartbeat,
         heartbeat_stale_seconds=_float("CTOPS_HEARTBEAT_STALE_SECONDS", max(3 * heartbeat, 10.0)),
         log_level=(os.environ.get("CTOPS_LOG_LEVEL") or "INFO").upper(),
+        outbound_allow=_list("CTOPS_OUTBOUND_ALLOW"),
+        outbound_deny=_list("CTOPS_OUTBOUND_DENY"),
+        tls_timeout_seconds=_float("CTOPS_TLS_TIMEOUT_SECONDS", 10.0),
+        ca_bundle=os.environ.get("CTOPS_CA_BUNDLE") or None,
+        inspect_rate=(os.environ.get("CTOPS_INSPECT_RATE") or "60/min").strip(),
+        refresh_tick_seconds=_float("CTOPS_REFRESH_TICK_SECONDS", 60.0),
+        worker_max_jobs=_int("CTOPS_WORKER_MAX_JOBS", 50),
+        worker_poll_delay_seconds=_float("CTOPS_WORKER_POLL_DELAY_SECONDS", 0.05),
+        sweep_tick_seconds=_float("CTOPS_SWEEP_TICK_SECONDS", 60.0),
+        subscription_queue_size=_int("CTOPS_SUBSCRIPTION_QUEUE_SIZE", 1000),
+        subscription_replay_limit=_int("CTOPS_SUBSCRIPTION_REPLAY_LIMIT", 10_000),
+        ws_auth_recheck_seconds=_float("CTOPS_WS_AUTH_RECHECK_SECONDS", 30.0),
+        live_catch_up_tick_seconds=_float("CTOPS_LIVE_CATCH_UP_TICK_SECONDS", 5.0),
+        metrics_public=_bool("CTOPS_METRICS_PUBLIC", False),
+        metrics_cert_limit=_int("CTOPS_METRICS_CERT_LIMIT", 500),
+        secret_key=(os.environ.get("CTOPS_SECRET_KEY") or "").strip() or None,
+        notify_tick_seconds=_float("CTOPS_NOTIFY_TICK_SECONDS", 10.0),
+        notify_timeout_seconds=_float("CTOPS_NOTIFY_TIMEOUT_SECONDS", 10.0),
+        smtp_url=(os.environ.get("CTOPS_SMTP_URL") or "").strip() or None,
+        smtp_from=(os.environ.get("CTOPS_SMTP_FROM") or "").strip() or "ctops@localhost",
     )

@@ -29,6 +29,9 @@ class RequestIdMiddleware:
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _SANE.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        if scope["type"] == "websocket":
+            # No response headers to stamp; every pushed message would pay for a wrapper.
+            return await self.app(scope, receive, send)
 
         started = False
 

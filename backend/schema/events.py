@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import strawberry
 from strawberry.scalars import JSON
@@ -11,11 +12,16 @@ from backend.models import CertificateEvent as EventModel
 from backend.models import EventType
 from backend.schema.certificates import Certificate, CertificateLocation
 from backend.schema.core.access import READ, access
+from backend.errors import BadUserInput
+from backend.schema.core import live
 from backend.schema.core.context import Info
-from backend.schema.core.relay import Connection, Node, decode_id, to_global_id
+from backend.schema.core.execution import Delivery
+from backend.schema.core.relay import Connection, Node, decode_id, from_global_id, to_global_id
 from backend.schema.hosts import Host
 from backend.schema.tracked_sources import TrackedSource
+from backend.schema.loaders import Loaders
 from backend.services import inventory
+from backend.services.pagination import decode_cursor, encode_cursor
 
 CertificateEventType = strawberry.enum(EventType, name="CertificateEventType")
 
@@ -31,6 +37,14 @@ class CertificateEvent(Node):
     _host_id: strawberry.Private[int | None]
     _location_id: strawberry.Private[int | None]
     _tracked_source_id: strawberry.Private[int | None]
+    _pk: strawberry.Private[int | None] = None
+
+    @strawberry.field(
+        description="This event's cursor in `certificateEvents`: give it as `after` to the "
+        "`certificateEvents` subscription to resume after it."
+    )
+    def cursor(self) -> str:
+        return event_cursor(self._pk)
 
     @classmethod
     def from_model(cls, m: EventModel | None) -> CertificateEvent | None:
@@ -46,6 +60,7 @@ class CertificateEvent(Node):
             _host_id=m.host_id,
             _location_id=m.location_id,
             _tracked_source_id=m.tracked_source_id,
+            _pk=m.id,
         )
 
     @strawberry.field
@@ -104,3 +119,98 @@ class EventQueries:
             since=f.since,
         )
         return await event_connection(query, first, after)
+
+
+# --- live ---------------------------------------------------------------------------
+
+REPLAY_PAGE = 200
+
+
+def event_cursor(pk: int | None) -> str:
+    """The cursor ``certificateEvents`` gives the event (its keyset: the id)."""
+    return encode_cursor([pk])
+
+
+def event_id_after(after: str) -> int:
+    """The event id an ``after`` names: a cursor from ``certificateEvents`` or a
+    ``CertificateEvent`` id."""
+    try:
+        [pk] = decode_cursor(after, 1)
+        if isinstance(pk, int) and not isinstance(pk, bool):
+            return pk
+    except BadUserInput:
+        pass
+    try:
+        return from_global_id(after, "CertificateEvent")[1]
+    except BadUserInput:
+        raise BadUserInput("`after` must be an event cursor (or a CertificateEvent id).") from None
+
+
+@strawberry.input
+class CertificateEventSubscriptionFilter:
+    types: list[CertificateEventType] | None = None
+    certificate_id: strawberry.ID | None = None
+    host_id: strawberry.ID | None = strawberry.field(default=None, description="Events that happened on this host.")
+
+
+@access(READ)
+@strawberry.type
+class EventSubscriptions:
+    @strawberry.subscription(
+        description="Certificate events as they are recorded, by any replica, worker or command. "
+        "With `after` (a cursor from `certificateEvents` or from an earlier push), the events recorded "
+        "since then are sent first, oldest first, then the live ones."
+    )
+    async def certificate_events(
+        self, info: Info, filter: CertificateEventSubscriptionFilter | None = None, after: str | None = None
+    ) -> AsyncGenerator[CertificateEvent, None]:
+        feed, connection = live.for_subscription(info.context)
+        f = filter or CertificateEventSubscriptionFilter()
+        query = inventory.EventQuery(
+            types=tuple(EventType(t) for t in f.types) if f.types else None,
+            certificate_id=decode_id(f.certificate_id, "Certificate"),
+            host_id=decode_id(f.host_id, "Host"),
+        )
+        after_id = None if after is None else event_id_after(after)
+        if after_id is not None:
+            limit = info.context.settings.subscription_replay_limit
+            missed = await inventory.events_queryset(query).filter(id__gt=after_id).limit(limit + 1).values_list("id", flat=True)
+            if len(missed) > limit:
+                raise BadUserInput(
+                    f"More than {limit} events were recorded since that cursor: "
+                    "re-query `certificateEvents` and subscribe after its newest cursor."
+                )
+        return _event_stream(feed, connection, query, after_id)
+
+
+async def _event_stream(
+    feed: live.LiveFeed, connection: live.LiveConnection, query: inventory.EventQuery, after_id: int | None
+) -> AsyncIterator[Delivery]:
+    types = set(query.types) if query.types else None
+
+    def accepts(event: EventModel, batch: live.Batch) -> bool:
+        return (
+            (types is None or EventType(event.type) in types)
+            and (query.certificate_id is None or event.certificate_id == query.certificate_id)
+            and (query.host_id is None or event.host_id == query.host_id)
+        )
+
+    # Subscribe first, then replay: nothing recorded in between is missed, and
+    # what both paths bring is sent once.
+    subscription = feed.subscribe(connection, accepts)
+    replayed: set[int] = set()
+    try:
+        last = after_id
+        while last is not None:
+            rows = await inventory.events_queryset(query).filter(id__gt=last).order_by("id").limit(REPLAY_PAGE)
+            loaders = Loaders()
+            for row in rows:
+                replayed.add(row.id)
+                yield Delivery(CertificateEvent.from_model(row), loaders)
+            last = rows[-1].id if len(rows) == REPLAY_PAGE else None
+        async for event, batch in feed.stream(subscription):
+            if event.id in replayed:
+                continue
+            yield batch.delivery(CertificateEvent.from_model(event), event)
+    finally:
+        feed.unsubscribe(subscription)

@@ -28,6 +28,11 @@ async def _certificates(ids: list[int]) -> list[Certificate | None]:
     return [rows.get(i) for i in ids]
 
 
+async def _certificates_by_fingerprint(fingerprints: list[str]) -> list[Certificate | None]:
+    rows = {c.fingerprint_sha256: c for c in await Certificate.filter(fingerprint_sha256__in=fingerprints)}
+    return [rows.get(f) for f in fingerprints]
+
+
 async def _locations_by_id(ids: list[int]) -> list[CertificateLocation | None]:
     rows = {r.id: r for r in await CertificateLocation.filter(id__in=ids)}
     return [rows.get(i) for i in ids]
@@ -170,6 +175,9 @@ async def _host_soonest_expiry(ids: list[int]) -> list[Any]:
 @dataclasses.dataclass
 class Loaders:
     certificate: DataLoader = dataclasses.field(default_factory=lambda: DataLoader(load_fn=_certificates))
+    certificate_by_fingerprint: DataLoader = dataclasses.field(
+        default_factory=lambda: DataLoader(load_fn=_certificates_by_fingerprint)
+    )
     host: DataLoader = dataclasses.field(default_factory=lambda: DataLoader(load_fn=_hosts))
     location: DataLoader = dataclasses.field(default_factory=lambda: DataLoader(load_fn=_locations_by_id))
     tracked_source: DataLoader = dataclasses.field(default_factory=lambda: DataLoader(load_fn=_tracked_sources))

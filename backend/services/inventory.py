@@ -10,7 +10,7 @@ import dataclasses
 import datetime as dt
 import enum
 
-from tortoise.expressions import Subquery
+from tortoise.expressions import Q, Subquery
 from tortoise.functions import Count
 from tortoise.queryset import QuerySet
 
@@ -60,6 +60,13 @@ def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def expires_within_q(days: int, now: dt.datetime, *, include_expired: bool = False) -> Q:
+    """``notAfter <= now + days x 24 h``, and not yet expired unless ``include_expired``:
+    the ``expiresWithinDays`` filter, and (expired included) an EXPIRY alert rule's match."""
+    condition = Q(not_after__lte=now + dt.timedelta(days=days))
+    return condition if include_expired else condition & Q(not_after__gt=now)
+
+
 def certificates_queryset(query: CertificateQuery, now: dt.datetime | None = None) -> QuerySet[Certificate]:
     now = now or clock.now()
     qs = Certificate.all()
@@ -68,7 +75,7 @@ def certificates_queryset(query: CertificateQuery, now: dt.datetime | None = Non
     if query.statuses:
         qs = qs.filter(st.statuses_q(list(query.statuses), now))
     if query.expires_within_days is not None:
-        qs = qs.filter(not_after__gt=now, not_after__lte=now + dt.timedelta(days=query.expires_within_days))
+        qs = qs.filter(expires_within_q(query.expires_within_days, now))
     if query.search:
         qs = qs.filter(search_text__contains=query.search.strip().lower())
     if query.host_id is not None:

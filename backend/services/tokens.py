@@ -15,12 +15,13 @@ import secrets
 from tortoise.exceptions import IntegrityError
 
 from backend import clock
-from backend.db import transaction
+from backend.db import after_commit, transaction
 from backend.errors import BadUserInput, NotFound
 from backend.models import ApiToken, Host, Role
 from backend.services.pagination import Order, Page, keyset_page
 
 TOKEN_PREFIX = "ctops_"
+REVOKED_TOPIC = "tokens"
 # Writing last_used_at on every request would turn reads into writes.
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 
@@ -94,6 +95,10 @@ async def authenticate(secret: str) -> Viewer | None:
     """The viewer for a bearer secret, or None when unknown or revoked."""
     if not secret or len(secret) > 512:
         return None
+    from backend.services import enrollment  # enrollment builds on this module
+
+    if enrollment.is_enrollment_secret(secret):
+        return await enrollment.authenticate(secret)
     digest = hash_secret(secret)
     token = await ApiToken.get_or_none(token_hash=digest)
     if token is None or token.revoked_at is not None:
@@ -121,6 +126,8 @@ async def revoke_token(*, id: int | None = None, name: str | None = None) -> Api
         token.revoked_at = clock.now()
         async with transaction():
             await ApiToken.filter(id=token.id, revoked_at__isnull=True).update(revoked_at=token.revoked_at)
+            # Open websocket connections of this token close (every replica).
+            after_commit(REVOKED_TOPIC, {"revoked": [token.id]})
     return token
 
 

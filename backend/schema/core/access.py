@@ -24,6 +24,7 @@ from graphql import (
     TypeInfoVisitor,
     Visitor,
     get_named_type,
+    validate,
     visit,
 )
 from graphql import ExecutionResult as GraphQLExecutionResult
@@ -114,23 +115,48 @@ def denied_fields(schema: GraphQLSchema, document: Any, rules: AccessMap, role: 
 
 
 class FieldAccess(SchemaExtension):
-    """Refuses an operation selecting a field the caller's role may not read."""
+    """Refuses an operation selecting a field the caller's role may not read.
+
+    Queries and mutations are refused in ``on_execute``. Subscriptions are
+    refused while they are validated instead, because strawberry's streaming
+    path starts a subscription whatever ``on_execute`` put in the result: the
+    refusal then goes out as the protocol's ``error`` message and nothing runs.
+    """
+
+    def _refusal(self) -> GraphQLError | None:
+        ctx = self.execution_context
+        context = ctx.context
+        role = context.viewer.role if context.viewer else None
+        denied = denied_fields(ctx.schema._schema, ctx.graphql_document, context.access_map, role)
+        if not denied:
+            return None
+        return GraphQLError("Your token's role may not use: " + ", ".join(denied[:10]), extensions={"code": "FORBIDDEN"})
+
+    def on_validate(self) -> Iterator[None]:
+        ctx = self.execution_context
+        if ctx.graphql_document is not None and _is_subscription(ctx) and ctx.pre_execution_errors is None:
+            # Validate here (strawberry then skips its own run) so a refusal
+            # can join the validation errors.
+            errors = list(validate(ctx.schema._schema, ctx.graphql_document, ctx.validation_rules))
+            if not errors:
+                refusal = self._refusal()
+                errors = [refusal] if refusal is not None else []
+            ctx.pre_execution_errors = errors
+        yield
 
     def on_execute(self) -> Iterator[None]:
         ctx = self.execution_context
-        context = ctx.context
-        schema = ctx.schema._schema
-        rules = context.access_map
-        role = context.viewer.role if context.viewer else None
-        denied = denied_fields(schema, ctx.graphql_document, rules, role)
-        if denied:
-            ctx.result = GraphQLExecutionResult(
-                data=None,
-                errors=[
-                    GraphQLError(
-                        "Your token's role may not use: " + ", ".join(denied[:10]),
-                        extensions={"code": "FORBIDDEN"},
-                    )
-                ],
-            )
+        if not _is_subscription(ctx):
+            refusal = self._refusal()
+            if refusal is not None:
+                ctx.result = GraphQLExecutionResult(data=None, errors=[refusal])
         yield
+
+
+def _is_subscription(ctx: Any) -> bool:
+    from strawberry.types.graphql import OperationType
+
+    try:
+        return ctx.operation_type is OperationType.SUBSCRIPTION
+    except RuntimeError:
+        return False
