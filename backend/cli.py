@@ -76,7 +76,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate = settings.embedded and settings.database_is_sqlite
     created = _run(settings, tokens.bootstrap_admin, migrate=migrate)
-    mode = "embedded (SQLite, jobs in-process)" if settings.embedded else "production (jobs in `ctops worker`)"
+    database = "SQLite" if settings.database_is_sqlite else "PostgreSQL"
+    mode = f"embedded ({database}, jobs in-process)" if settings.embedded else "production (jobs in `ctops worker`)"
     print(f"CT-Ops Certificates {mode}")
     if clock.is_shifted():
         print(f"Clock shifted by {clock.offset()}: now reads {clock.now().isoformat()}")

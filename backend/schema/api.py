@@ -11,7 +11,7 @@ from backend.schema.certificates import Certificate, CertificateLocation, Certif
 from backend.schema.core.access import READ, FieldAccess, access
 from backend.schema.core.context import Info, PerOperationLoaders
 from backend.schema.core.errors import ErrorCodes, mask
-from backend.schema.core.execution import CtopsExecutor, SharedParses
+from backend.schema.core.execution import CtopsExecutor, SharedParses, SharedValidations
 from backend.schema.core.relay import Node, from_global_id
 from backend.schema.events import CertificateEvent, EventQueries, EventSubscriptions
 from backend.schema.expiry import ExpirySubscriptions, SweepMutations
@@ -104,6 +104,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         lambda: AddValidationRules(limits),
         lambda: MaxTokensLimiter(max_token_count=tokens),
         FieldAccess,
+        SharedValidations,  # after FieldAccess: see its docstring
     ]
     if settings is not None and not settings.public_schema:
         from strawberry.extensions import DisableIntrospection

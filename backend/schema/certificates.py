@@ -14,6 +14,7 @@ from backend.models import CertificateLocation as LocationModel
 from backend.models import LocationKind as LocationKindEnum
 from backend.schema.core.access import READ, access
 from backend.schema.core.context import Info
+from backend.schema.loaders import PLACES_BOUND
 from backend.schema.core.relay import Connection, Node, decode_id, from_global_id, to_global_id
 from backend.services import inventory
 from backend.services import status as st
@@ -83,9 +84,19 @@ class CertificateLocation(Node):
     last_seen_at: dt.datetime
     removed_at: dt.datetime | None
     _host_id: strawberry.Private[int]
+    _host: strawberry.Private[object | None] = None  # the Host row, when loaded with the location
 
     @strawberry.field
-    async def host(self, info: Info) -> Annotated[Host, strawberry.lazy("backend.schema.hosts")]:
+    def host(self, info: Info) -> Annotated[Host, strawberry.lazy("backend.schema.hosts")]:
+        # Not async: most locations come with their host (the locations loader
+        # joins it), and an async resolver costs a task per location.
+        from backend.schema.hosts import Host
+
+        if self._host is not None:
+            return Host.from_model(self._host)
+        return self._load_host(info)
+
+    async def _load_host(self, info: Info):  # noqa: ANN202
         from backend.schema.hosts import Host
 
         return Host.from_model(await info.context.loaders.host.load(self._host_id))
@@ -106,6 +117,7 @@ class CertificateLocation(Node):
             last_seen_at=m.last_seen_at,
             removed_at=m.removed_at,
             _host_id=m.host_id,
+            _host=m.__dict__.get("_host"),
         )
 
 
@@ -193,7 +205,11 @@ class Certificate(Node, X509Fields):
     @strawberry.field(description="Where it is (present places only unless includeRemoved), oldest first; bounded.")
     async def locations(self, info: Info, first: int = 100, include_removed: bool = False) -> list[CertificateLocation]:
         first = check_first(first)
-        rows = await info.context.loaders.locations.load((self._pk, include_removed, first))
+        if not include_removed and first <= PLACES_BOUND:
+            # The live places loader (shared with `hosts`) has the first PLACES_BOUND by id.
+            rows = (await info.context.loaders.live_places.load(self._pk))[:first]
+        else:
+            rows = await info.context.loaders.locations.load((self._pk, include_removed, first))
         return [CertificateLocation.from_model(r) for r in rows]
 
     @strawberry.field
@@ -205,8 +221,12 @@ class Certificate(Node, X509Fields):
         from backend.schema.hosts import Host
 
         first = check_first(first)
-        ids = await info.context.loaders.host_ids.load((self._pk, first))
-        hosts = await info.context.loaders.host.load_many(ids)
+        places = await info.context.loaders.live_places.load(self._pk)
+        if len(places) < PLACES_BOUND:  # all of its live places: their hosts, no other query
+            hosts = sorted({p.host_id: p._host for p in places}.values(), key=lambda h: h.id)[:first]
+        else:
+            ids = await info.context.loaders.host_ids.load((self._pk, first))
+            hosts = await info.context.loaders.host.load_many(ids)
         return [Host.from_model(h) for h in hosts if h is not None]
 
     @strawberry.field

@@ -13,7 +13,8 @@ from typing import Any
 from strawberry.dataloader import DataLoader
 
 from backend import clock, sql
-from backend.models import Certificate, CertificateEvent, CertificateLocation, Host, TrackedSource
+from backend.services import bulk
+from backend.models import Certificate, CertificateLocation, Host, TrackedSource
 
 
 def _by_key(rows: Iterable[Any], key: str) -> dict[Any, list[Any]]:
@@ -61,13 +62,68 @@ def _locations_loader() -> DataLoader:
                 f" FROM certificate_location WHERE certificate_id IN {sql.in_list(ids)}{where}) t WHERE rn <= ?",
                 [*ids, first],
             )
-            locations = await CertificateLocation.filter(id__in=[r["id"] for r in rows]).order_by("id")
+            # With their hosts (one JOIN): `location.host` then needs no other load.
+            locations = await CertificateLocation.filter(id__in=[r["id"] for r in rows]).select_related("host").order_by("id")
             grouped = _by_key(locations, "certificate_id")
             for cid in ids:
                 out[(cid, include_removed, first)] = grouped.get(cid, [])
         return [out[k] for k in keys]
 
     return DataLoader(load_fn=load)
+
+
+PLACES_BOUND = 100
+
+
+_PLACE_COLUMNS = ("id", "certificate_id", "host_id", "kind", "path", "link_paths", "index", "alias", "address", "port",
+                  "server_name", "first_seen_at", "last_seen_at", "removed_at")  # fmt: skip
+_HOST_COLUMNS = ("id", "hostname", "os", "agent_version", "interval_seconds", "last_report_at", "last_scanned_at",
+                 "scan_errors", "retired_at", "created_at")  # fmt: skip
+_DATETIMES = {"first_seen_at", "last_seen_at", "removed_at", "last_report_at", "last_scanned_at", "retired_at", "created_at"}
+_JSONS = {"link_paths", "scan_errors"}
+
+
+class Row:
+    """A row with attribute access: what the types' ``from_model`` reads, without
+    building an ORM model (about 10 us per row, 20 more with select_related)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+
+def _row(raw: dict[str, Any], prefix: str, columns: tuple[str, ...]) -> Row:
+    values = {}
+    for column in columns:
+        value = raw[prefix + column]
+        if column in _DATETIMES:
+            value = bulk.as_datetime(value)
+        elif column in _JSONS:
+            value = bulk.as_json(value)
+        values[column] = value
+    return Row(values)
+
+
+async def _live_places(ids: list[int]) -> list[list[Row]]:
+    """Certificate id -> its first PLACES_BOUND live locations by id, each with its
+    host as ``.host``: what `locations`, `hosts` and `location.host` need, in one statement."""
+    rows = await sql.fetch(
+        "SELECT " + ", ".join(f'l."{c}" AS l_{c}' for c in _PLACE_COLUMNS) + ", "
+        + ", ".join(f'h."{c}" AS h_{c}' for c in _HOST_COLUMNS)
+        + " FROM (SELECT *, row_number() OVER (PARTITION BY certificate_id ORDER BY id) AS rn"
+        f" FROM certificate_location WHERE certificate_id IN {sql.in_list(ids)} AND removed_at IS NULL) l"
+        " JOIN host h ON h.id = l.host_id WHERE l.rn <= ? ORDER BY l.id",
+        [*ids, PLACES_BOUND],
+    )
+    hosts: dict[int, Row] = {}
+    grouped: dict[int, list[Row]] = defaultdict(list)
+    for raw in rows:
+        place = _row(raw, "l_", _PLACE_COLUMNS)
+        host = hosts.get(place.host_id)
+        if host is None:
+            host = hosts[place.host_id] = _row(raw, "h_", _HOST_COLUMNS)
+        place._host = host
+        grouped[place.certificate_id].append(place)
+    return [grouped.get(i, []) for i in ids]
 
 
 def _group_variants(keys: list[tuple]) -> dict[tuple, list[tuple]]:
@@ -128,13 +184,23 @@ async def _host_counts(ids: list[int]) -> list[int]:
     return [counts.get(i, 0) for i in ids]
 
 
-async def _last_events(ids: list[int]) -> list[CertificateEvent | None]:
+_EVENT_COLUMNS = ("id", "type", "occurred_at", "certificate_id", "host_id", "location_id", "tracked_source_id", "actor",
+                  "details")  # fmt: skip
+
+
+async def _last_events(ids: list[int]) -> list[Row | None]:
+    """Each certificate's newest event, in one statement (rows, not ORM models)."""
     rows = await sql.fetch(
-        "SELECT MAX(id) AS id FROM certificate_event"
-        f" WHERE certificate_id IN {sql.in_list(ids)} GROUP BY certificate_id",
+        "SELECT " + ", ".join(_EVENT_COLUMNS) + " FROM certificate_event WHERE id IN (SELECT MAX(id) FROM"
+        f" certificate_event WHERE certificate_id IN {sql.in_list(ids)} GROUP BY certificate_id)",
         ids,
     )
-    events = {e.certificate_id: e for e in await CertificateEvent.filter(id__in=[r["id"] for r in rows])}
+    events = {}
+    for raw in rows:
+        event = Row({c: raw[c] for c in _EVENT_COLUMNS})
+        event.occurred_at = bulk.as_datetime(event.occurred_at)
+        event.details = bulk.as_json(event.details)
+        events[event.certificate_id] = event
     return [events.get(i) for i in ids]
 
 
@@ -182,6 +248,7 @@ class Loaders:
     location: DataLoader = dataclasses.field(default_factory=lambda: DataLoader(load_fn=_locations_by_id))
     tracked_source: DataLoader = dataclasses.field(default_factory=lambda: DataLoader(load_fn=_tracked_sources))
     locations: DataLoader = dataclasses.field(default_factory=_locations_loader)
+    live_places: DataLoader = dataclasses.field(default_factory=lambda: DataLoader(load_fn=_live_places))
     location_count: DataLoader = dataclasses.field(default_factory=lambda: DataLoader(load_fn=_location_counts))
     host_ids: DataLoader = dataclasses.field(default_factory=_host_ids_loader)
     host_count: DataLoader = dataclasses.field(default_factory=lambda: DataLoader(load_fn=_host_counts))

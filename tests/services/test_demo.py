@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import re
 from collections import Counter, defaultdict
 
@@ -26,7 +27,6 @@ X509_FIELDS = [f.name for f in dataclasses.fields(x509.CertificateDescription)]
 @pytest.fixture(autouse=True)
 def small_batches(monkeypatch):
     monkeypatch.setattr(demo, "BATCH_SIZE", 16)
-    monkeypatch.setattr(demo, "VERIFY_EVERY", 1)  # every filled-in description is checked by describe()
 
 
 def stored_value(cert: Certificate, name: str):
@@ -167,7 +167,8 @@ async def test_running_it_again_adds_more_without_collisions(database):
     # the second run's certificates sit on the second run's hosts only
     new_hosts = set(await Host.filter(hostname__in=hostnames[6:]).values_list("id", flat=True))
     newest = await Certificate.all().order_by("-id").limit(40).values_list("id", flat=True)
-    assert set(await CertificateLocation.filter(certificate_id__in=newest).values_list("host_id", flat=True)) <= new_hosts
+    holders = await CertificateLocation.filter(certificate_id__in=newest).values_list("host_id", flat=True)
+    assert set(holders) <= new_hosts
 
 
 async def test_progress_is_reported_per_batch_and_nothing_is_asked_for_nothing(database):
@@ -183,3 +184,17 @@ async def test_progress_is_reported_per_batch_and_nothing_is_asked_for_nothing(d
         await demo.seed_demo(-1)
     with pytest.raises(ValueError):
         await demo.seed_demo(5, hosts=0)
+
+
+async def test_a_filled_in_description_that_differs_from_describe_stops_the_seed(database, monkeypatch):
+    class WrongSha1:
+        sha256 = staticmethod(hashlib.sha256)
+
+        @staticmethod
+        def sha1(data, usedforsecurity=True):
+            return hashlib.sha1(b"not " + data, usedforsecurity=usedforsecurity)
+
+    monkeypatch.setattr(demo, "VERIFY_EVERY", 1)
+    monkeypatch.setattr(demo, "hashlib", WrongSha1)
+    with pytest.raises(RuntimeError, match="differently from x509.describe"):
+        await demo.seed_demo(20, seed=7)

