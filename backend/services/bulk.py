@@ -140,6 +140,49 @@ async def update(conn: Any, table: Table, rows: Sequence[Sequence[Any]]) -> None
         await conn.execute_query(sql, [value for row in chunk for value in row])
 
 
+async def claim_due(
+    conn: Any,
+    *,
+    table: str,
+    due: str,
+    where: str,
+    params: Sequence[Any],
+    now: dt.datetime,
+    lease_end: dt.datetime,
+    limit: int,
+    columns: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Claim up to ``limit`` rows of ``table`` whose ``due`` time has come (and
+    ``where`` holds), pushing ``due`` to ``lease_end`` in the same transaction, so
+    a second claimer (another worker) skips them until the lease ends.
+
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED`` in a CTE, whose RETURNING also gives
+    the old due time; SQLite has one writer, so select-then-update inside the
+    caller's transaction is enough. Each row: ``id``, ``due`` (the time it was
+    due) and ``columns``, oldest due first.
+    """
+    if is_postgres(conn):
+        extra = "".join(f", t.{c} AS {c}" for c in columns)
+        rows = await fetch(
+            conn,
+            f"WITH c AS (SELECT id, {due} FROM {table} WHERE {where} AND {due} <= ?"
+            f" ORDER BY {due}, id LIMIT ? FOR UPDATE SKIP LOCKED)"
+            f" UPDATE {table} t SET {due} = ? FROM c WHERE t.id = c.id RETURNING t.id AS id, c.{due} AS due{extra}",
+            [*params, now, limit, lease_end],
+        )
+    else:
+        extra = "".join(f", {c}" for c in columns)
+        rows = await fetch(
+            conn,
+            f"SELECT id, {due} AS due{extra} FROM {table} WHERE {where} AND {due} <= ? ORDER BY {due}, id LIMIT ?",
+            [*params, now, limit],
+        )
+        if rows:
+            ids, id_params = in_ids(conn, "id", [r["id"] for r in rows])
+            await execute(conn, f"UPDATE {table} SET {due} = ? WHERE {ids}", [lease_end, *id_params])
+    return sorted(rows, key=lambda r: (as_datetime(r["due"]), r["id"]))
+
+
 def as_datetime(value: Any) -> dt.datetime | None:
     """A timestamp read by raw SQL (SQLite gives text) as aware UTC."""
     if value is None:

@@ -74,28 +74,12 @@ class Outcome:
 
 async def claim_due(now: dt.datetime, limit: int = CLAIM_BATCH) -> list[int]:
     """Claim up to ``limit`` due PENDING deliveries (pushing them ``LEASE`` ahead)."""
-    lease_end = now + LEASE
     async with transaction() as conn:
-        if bulk.is_postgres(conn):
-            rows = await bulk.fetch(
-                conn,
-                "WITH due AS (SELECT id FROM notification_delivery WHERE status = ? AND next_attempt_at <= ?"
-                " ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED)"
-                " UPDATE notification_delivery d SET next_attempt_at = ? FROM due WHERE d.id = due.id RETURNING d.id",
-                [DeliveryStatus.PENDING.value, now, limit, lease_end],
-            )
-        else:
-            rows = await bulk.fetch(
-                conn,
-                "SELECT id FROM notification_delivery WHERE status = ? AND next_attempt_at <= ?"
-                " ORDER BY next_attempt_at, id LIMIT ?",
-                [DeliveryStatus.PENDING.value, now, limit],
-            )
-            if rows:
-                where, params = bulk.in_ids(conn, "id", [r["id"] for r in rows])
-                await bulk.execute(conn, f"UPDATE notification_delivery SET next_attempt_at = ? WHERE {where}",
-                                   [lease_end, *params])  # fmt: skip
-    return sorted(int(r["id"]) for r in rows)
+        rows = await bulk.claim_due(
+            conn, table="notification_delivery", due="next_attempt_at", where="status = ?",
+            params=[DeliveryStatus.PENDING.value], now=now, lease_end=now + LEASE, limit=limit,
+        )
+    return [int(r["id"]) for r in rows]
 
 
 async def tick(settings: object) -> int:

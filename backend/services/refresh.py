@@ -99,35 +99,17 @@ def backoff(interval: RefreshInterval | str, failures: int) -> dt.timedelta:
 
 async def claim_due(now: dt.datetime, limit: int = CLAIM_BATCH) -> list[Claimed]:
     """Claim up to ``limit`` due URL sources, pushing them ``LEASE`` ahead."""
-    lease_end = now + LEASE
     async with transaction() as conn:
-        if is_postgres():
-            rows = await bulk.fetch(
-                conn,
-                "WITH due AS (SELECT id, next_refresh_at FROM tracked_source"
-                " WHERE kind = ? AND untracked_at IS NULL AND next_refresh_at <= ?"
-                " ORDER BY next_refresh_at, id LIMIT ? FOR UPDATE SKIP LOCKED)"
-                " UPDATE tracked_source t SET next_refresh_at = ? FROM due WHERE t.id = due.id"
-                " RETURNING t.id AS id, due.next_refresh_at AS due, t.url, t.server_name, t.refresh_interval",
-                [SourceKind.URL.value, now, limit, lease_end],
-            )
-        else:
-            rows = await bulk.fetch(
-                conn,
-                "SELECT id, next_refresh_at AS due, url, server_name, refresh_interval FROM tracked_source"
-                " WHERE kind = ? AND untracked_at IS NULL AND next_refresh_at <= ?"
-                " ORDER BY next_refresh_at, id LIMIT ?",
-                [SourceKind.URL.value, now, limit],
-            )
-            if rows:
-                where, params = bulk.in_ids(conn, "id", [r["id"] for r in rows])
-                await bulk.execute(conn, f"UPDATE tracked_source SET next_refresh_at = ? WHERE {where}", [lease_end, *params])
-    claimed = [
+        rows = await bulk.claim_due(
+            conn, table="tracked_source", due="next_refresh_at", where="kind = ? AND untracked_at IS NULL",
+            params=[SourceKind.URL.value], now=now, lease_end=now + LEASE, limit=limit,
+            columns=("url", "server_name", "refresh_interval"),
+        )
+    return [
         Claimed(int(r["id"]), bulk.as_datetime(r["due"]),  # type: ignore[arg-type]
                 Target(r["url"], r["server_name"], r["refresh_interval"] or RefreshInterval.HOURS_1.value))
         for r in rows
     ]  # fmt: skip
-    return sorted(claimed, key=lambda c: (c.due, c.source_id))
 
 
 Dispatch = Callable[[Sequence[Claimed]], Awaitable[object]]
