@@ -4,7 +4,6 @@ inventory's timeline as files are renewed, deleted and put back."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import httpx
 import pytest
 
 from tests import certs
-from tests.support.processes import ROOT, ctops, ctops_args, ctops_env, free_port, running, wait_for_port
+from tests.support.processes import ROOT, ctops, ctops_args, ctops_env, free_port, running, wait_for_output, wait_for_port
 
 DAY = dt.timedelta(days=1)
 HOSTNAME = "e2e-agent.test"
@@ -30,7 +29,7 @@ def server(tmp_path):
     log = tmp_path / "serve.log"
     with running(ctops_args("serve", "--port", str(port)), env, log):
         wait_for_port(port)
-        admin = re.search(r"admin token: (\S+)", log.read_text()).group(1)
+        admin = wait_for_output(log, r"admin token: (\S+)").group(1)
         yield {"url": f"http://127.0.0.1:{port}", "admin": admin, "env": env}
 
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.support.databases import create_pg_database, drop_pg_database
-from tests.support.processes import ctops, ctops_args, ctops_env, free_port, running, wait_for_port
+from tests.support.processes import ctops, ctops_args, ctops_env, free_port, running, wait_for_output, wait_for_port
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def test_serve_embedded_prints_url_and_admin_token_and_answers(tmp_path, sqlite_
         wait_for_port(port)
         output = log.read_text()
         assert f"http://127.0.0.1:{port}/graphql" in output
-        token = re.search(r"admin token: (\S+)", output).group(1)
+        token = wait_for_output(log, r"admin token: (\S+)").group(1)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             body = http.post("/graphql", json={"query": "{ viewer { name role } }"},
                              headers={"Authorization": f"Bearer {token}"}).json()

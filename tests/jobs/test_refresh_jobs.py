@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -28,7 +27,7 @@ from backend.schema.core.relay import from_global_id
 from backend.services import tracked_sources
 from tests.support.checker import checker_settings, make_pki
 from tests.support.databases import create_pg_database, drop_pg_database, forget_cached_statements
-from tests.support.processes import ctops, ctops_args, ctops_env, free_port, running, wait_for_port
+from tests.support.processes import ctops, ctops_args, ctops_env, free_port, running, wait_for_output, wait_for_port
 from tests.support.tls_servers import TLSServer
 
 MINUTE = 60
@@ -197,20 +196,23 @@ async def test_embedded_scenario(tmp_path, pki):
     tracked through its GraphQL API, the outcome read from its SQLite database."""
     data_dir = tmp_path / "data"
     env = runner_env(pki, CTOPS_DATA_DIR=str(data_dir))
-    port = free_port()
     source_ids: list[int] = []
+    # A port picked afresh for each start: one picked once could be handed to a
+    # test TLS server (bound to port 0) in the meantime.
+    serving = {"port": 0}
 
     @contextlib.contextmanager
     def run_at(offset: int) -> Iterator:
         log = tmp_path / f"serve-{offset}.log"
+        serving["port"] = port = free_port()
         with running(ctops_args("serve", "--port", str(port)), {**env, "CTOPS_CLOCK_OFFSET_SECONDS": str(offset)}, log):
             wait_for_port(port)
             yield log
 
     async def track(server_port: int) -> None:
         with run_at(0) as log:
-            token = re.search(r"admin token: (\S+)", log.read_text()).group(1)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            token = wait_for_output(log, r"admin token: (\S+)").group(1)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{serving['port']}", timeout=10) as http:
                 body = (await http.post("/graphql", headers={"Authorization": f"Bearer {token}"}, json={
                     "query": "mutation($input: TrackUrlInput!) { trackUrl(input: $input) { trackedSource { id } } }",
                     "variables": {"input": {"url": f"https://127.0.0.1:{server_port}", "serverName": "shop.test",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -52,6 +53,18 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 20) -> No
             return
         time.sleep(0.1)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
+
+
+def wait_for_output(log: Path, pattern: str, timeout: float = 20) -> re.Match:
+    """The first match of ``pattern`` in a process's log, once it is written."""
+    deadline = time.monotonic() + timeout
+    while True:
+        match = re.search(pattern, log.read_text(errors="replace")) if log.exists() else None
+        if match is not None:
+            return match
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{pattern!r} did not appear in {log} after {timeout} s")
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
