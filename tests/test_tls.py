@@ -135,8 +135,7 @@ async def test_starttls_dialogues(pki, protocol):
 async def test_postgres_sslrequest_on_a_throwaway_cluster(pki):
     from tests.support.postgres_tls import postgres_bin, throwaway_postgres
 
-    if postgres_bin() is None:
-        pytest.skip("PostgreSQL server binaries are not installed")
+    assert postgres_bin() is not None, "PostgreSQL server binaries (initdb) are missing: .ci/run installs them"
     chain = pki.chain("db.test")
     with throwaway_postgres(chain) as port:
         fetched = await fetch(f"postgres://127.0.0.1:{port}", "db.test", timeout=5)

@@ -15,6 +15,7 @@ from backend.models import Certificate, CertificateEvent, CertificateLocation, E
 from backend.services import ingest
 from backend.services.certificate_rows import TABLE
 from tests import certs
+from tests.support.databases import postgres_only
 from tests.support.reports import document, file_item, port_item, service_report
 from tests.support.statements import count_statements
 
@@ -346,9 +347,8 @@ async def test_a_file_that_could_not_be_read_this_time_is_not_taken_as_removed(d
     assert (await cert(kept)).is_current is True
 
 
+@postgres_only  # SQLite has one writer: there is no race to test
 async def test_concurrent_reports_with_the_same_new_certificates_store_them_once(database, at):
-    if database.backend != "postgres":
-        pytest.skip("SQLite has one writer: there is no race to test")
     hosts = [await new_host(f"race-{i}.test") for i in range(4)]
     for round in range(5):
         shared = [leaf(f"shared-{round}-{i}.test") for i in range(20)]

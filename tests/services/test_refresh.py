@@ -16,6 +16,7 @@ from backend import clock, db
 from backend.models import Certificate, CertificateEvent, EventType, RefreshInterval, SourceKind, TrackedSource
 from backend.services import refresh, tracked_sources
 from backend.services.refresh import Outcome
+from tests.support.databases import postgres_only
 from tests.support.checker import checker_settings, make_pki
 from tests.support.tls_servers import TLSServer
 
@@ -164,9 +165,8 @@ async def test_claiming_takes_due_sources_once_and_pushes_them_ahead(database):
     assert await refresh.claim_due(now + refresh.LEASE) != []  # a lost claim comes due again
 
 
+@postgres_only  # SQLite has one writer: claims are serialised
 async def test_concurrent_claims_never_share_a_source(database):
-    if not db.is_postgres():
-        pytest.skip("SQLite has one writer: claims are serialised")
     now = clock.now()
     made = await sources(60, due=now - MINUTE)
     results = await asyncio.gather(*(refresh.claim_due(now, 25) for _ in range(4)))

@@ -11,6 +11,7 @@ from backend import clock, db
 from backend.models import Certificate, CertificateEvent, EventType
 from backend.services import ingest, sweep
 from tests.certs import make_cert
+from tests.support.databases import postgres_only
 from tests.support import inventory
 from tests.support.reports import document, file_item, service_report
 
@@ -144,11 +145,10 @@ async def test_concurrent_sweeps_record_each_transition_once(database, frozen):
     assert await CertificateEvent.filter(type=EventType.EXPIRED).count() == expired > 0
 
 
+@postgres_only
 async def test_a_sweep_waiting_on_locked_rows_re_checks_them(database, frozen):
     """PostgreSQL: sweep A holds the row locks (not committed yet); sweep B
     blocks on them, then finds nothing left to do once A commits."""
-    if database.backend != "postgres":
-        pytest.skip("row locks: PostgreSQL")
     import asyncpg
 
     frozen(T0)

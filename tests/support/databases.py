@@ -14,11 +14,16 @@ import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pytest
 from tortoise import Tortoise
 
 from backend import db
 
 DEFAULT_PG = "postgres://postgres@127.0.0.1:5432/test"
+
+#: For tests of what only PostgreSQL has (concurrent writers, row locks): the
+#: `database` fixture then runs on PostgreSQL alone, instead of skipping on SQLite.
+postgres_only = pytest.mark.parametrize("database_target", ["postgres"], indirect=True)
 
 
 @dataclasses.dataclass(frozen=True)
